@@ -1,0 +1,242 @@
+"""patch_model / unpatch_model: switch one model instance to our attention function, and back, exactly."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from . import attention
+from .attention import ATTENTION_NAME, STATES, PatchState, Site
+from .config import SparseTempScaleConfig
+from .segments import SegmentSpec
+from .support import support_for
+
+CONFIG_KEY = "sparse_tempscale"  # attribute of model.config, saved in config.json
+_SITE_ATTR = "_sparse_tempscale_site"
+_UNDO_ATTR = "_sparse_tempscale_undo"
+
+
+def unwrap(model: Any) -> PreTrainedModel:
+    """The transformers model inside a SentenceTransformer, CrossEncoder or PEFT wrapper."""
+    for _ in range(8):
+        if hasattr(model, "get_base_model"):  # peft.PeftModel
+            model = model.get_base_model()
+        elif isinstance(model, PreTrainedModel):
+            return model
+        elif hasattr(model, "auto_model"):  # sentence_transformers Transformer module
+            model = model.auto_model
+        elif isinstance(model, torch.nn.Sequential) and len(model):  # SentenceTransformer / CrossEncoder
+            model = model[0]
+        else:
+            break
+    raise TypeError(
+        "patch_model expects a transformers PreTrainedModel, a SentenceTransformer, a CrossEncoder or a PEFT "
+        f"model; got {type(model).__name__}"
+    )
+
+
+def _tokenizer_of(model: Any):
+    return getattr(model, "tokenizer", None)
+
+
+def _segment_spec(hf: PreTrainedModel, cfg: SparseTempScaleConfig, tokenizer, has_cls: bool, separator: str | None) -> SegmentSpec:
+    seg = dict(cfg.segments)
+    sep = seg.get("sep_token_id")
+    if sep is None and separator is not None:
+        sep = getattr(tokenizer, separator, None) if tokenizer is not None else None
+        if sep is None:
+            sep = getattr(hf.config, "sep_token_id", None)
+        if sep is None and hf.config.model_type in ("roberta", "xlm-roberta"):
+            sep = hf.config.eos_token_id  # RoBERTa's separator is </s>
+    marker_ids = seg.get("marker_ids")
+    if marker_ids is None and seg.get("marker") is not None:
+        if tokenizer is None:
+            raise ValueError("segments={'marker': ...} needs a tokenizer: pass patch_model(..., tokenizer=tok)")
+        marker_ids = tokenizer(seg["marker"], add_special_tokens=False)["input_ids"]
+        if not marker_ids:
+            raise ValueError(f"the marker {seg['marker']!r} tokenizes to no tokens")
+    return SegmentSpec(has_cls=has_cls, sep_token_id=sep, marker_ids=tuple(marker_ids) if marker_ids else None)
+
+
+def _hook_inputs(state: PatchState):
+    def pre_hook(module, args, kwargs):
+        bound = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
+        extra = bound.get("kwargs", {})
+        segment_ids = kwargs.pop("segment_ids", None)
+        if segment_ids is None and isinstance(extra, dict):
+            segment_ids = extra.get("segment_ids")
+        state.inputs = {
+            "input_ids": bound.get("input_ids"),
+            "attention_mask": bound.get("attention_mask"),
+            "token_type_ids": bound.get("token_type_ids"),
+            "segment_ids": segment_ids,
+        }
+        return args, kwargs
+
+    return pre_hook
+
+
+def _probe_inputs(hf: PreTrainedModel) -> dict[str, torch.Tensor]:
+    device = next(hf.parameters()).device
+    vocab = int(getattr(hf.config, "vocab_size", 100) or 100)
+    ids = torch.arange(5, device=device)[None] % vocab
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "segment_ids": torch.tensor([[0, 0, 1, 1, 1]], device=device)}
+    if hf.config.is_encoder_decoder:
+        inputs["decoder_input_ids"] = ids[:, :3]
+    return inputs
+
+
+def _probe_sites(hf: PreTrainedModel, state: PatchState) -> dict[int, Site]:
+    """Runs a 5-token forward and records which modules called our attention function, in order."""
+    attention.PROBE = []
+    modes = {m: m.training for m in hf.modules()}
+    try:
+        hf.eval()
+        with torch.no_grad():
+            hf(**_probe_inputs(hf))
+        calls = attention.PROBE
+    finally:
+        attention.PROBE = None
+        for m, mode in modes.items():
+            m.training = mode
+    sites, counts = {}, {"encoder": 0, "decoder": 0, "cross": 0}
+    for module, q_len, kv_len in calls:
+        if id(module) in sites:
+            continue
+        is_decoder = bool(getattr(getattr(module, "config", None), "is_decoder", False))
+        role = ("cross" if q_len != kv_len else "decoder") if is_decoder else "encoder"
+        sites[id(module)] = (module, Site(state, role, counts[role]))
+        counts[role] += 1
+    return sites
+
+
+def _check_layers(cfg: SparseTempScaleConfig, sites: dict) -> None:
+    counts: dict[str, int] = {}
+    for _, site in sites.values():
+        counts[site.role] = counts.get(site.role, 0) + 1
+    n = max((counts.get(r, 0) for r in cfg.apply_to), default=0)
+    if n == 0:
+        raise ValueError(f"apply_to={cfg.apply_to} matches no attention layer of this model (has: {sorted(counts)})")
+    if cfg.layers is not None and (cfg.layers[0] < 0 or cfg.layers[-1] >= n):
+        raise ValueError(f"layers={cfg.layers} out of range: the model has {n} layers (0..{n - 1})")
+    if isinstance(cfg.temperature, list) and len(cfg.temperature) != n:
+        raise ValueError(f"temperature has {len(cfg.temperature)} values but the model has {n} layers")
+
+
+def patch_model(model: Any, config: SparseTempScaleConfig | dict | None = None, *, tokenizer=None, **overrides) -> Any:
+    """Patch `model` in place (and return it): TempScale and token-group sparse attention.
+
+    Calling it again replaces the settings. Nothing in the state_dict changes; `unpatch_model` undoes it exactly.
+    """
+    hf = unwrap(model)
+    current = get_patch_config(model)
+    if isinstance(config, dict):
+        config = SparseTempScaleConfig.from_dict(config)
+    elif config is not None and not isinstance(config, SparseTempScaleConfig):
+        raise TypeError(f"config must be a SparseTempScaleConfig or dict, got {type(config).__name__}")
+    base = config or current or SparseTempScaleConfig()
+    cfg = base.replace(**overrides) if overrides else base
+    support = support_for(hf.config.model_type, hf._can_set_attn_implementation())
+    spec = _segment_spec(hf, cfg, tokenizer or _tokenizer_of(model), support.has_cls, support.separator)
+
+    undo = getattr(hf, _UNDO_ATTR, None)
+    if undo is not None:  # re-patch: validate against known sites, then swap settings atomically
+        state: PatchState = undo["state"]
+        _check_layers(cfg, state.sites)
+        state.config, state.spec = cfg, spec
+        hf.config.__dict__[CONFIG_KEY] = cfg.to_dict()
+        return model
+
+    configs = {id(m.config): m.config for m in hf.modules() if isinstance(m, PreTrainedModel)}
+    undo = {
+        "impl": {cid: c._attn_implementation_internal for cid, c in configs.items()},
+        "configs": configs,
+        "saved": hf.config.__dict__.get(CONFIG_KEY, _MISSING),
+        "hooks": [],
+    }
+    state = PatchState(cfg, spec, hf)
+    undo["state"] = state
+    setattr(hf, _UNDO_ATTR, undo)
+    try:
+        for cid in configs:
+            STATES[cid] = state
+        innermost = {}
+        for m in hf.modules():
+            if isinstance(m, PreTrainedModel):
+                innermost[id(m.config)] = m
+        for m in innermost.values():
+            undo["hooks"].append(m.register_forward_pre_hook(_hook_inputs(state), with_kwargs=True))
+        for c in configs.values():
+            c._attn_implementation_internal = ATTENTION_NAME
+        sites = _probe_sites(hf, state)
+        if not sites:
+            raise ValueError(
+                f"{type(hf).__name__} ({hf.config.model_type}) did not call the patched attention function: its "
+                "attention does not go through transformers' AttentionInterface, so it cannot be patched"
+            )
+        _check_layers(cfg, sites)
+        for module, site in sites.values():
+            module.__dict__[_SITE_ATTR] = site
+        state.sites = sites
+        hf.config.__dict__[CONFIG_KEY] = cfg.to_dict()
+    except BaseException:
+        _restore(hf)
+        raise
+    return model
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+def _restore(hf: PreTrainedModel) -> None:
+    undo = hf.__dict__.pop(_UNDO_ATTR)
+    for handle in undo["hooks"]:
+        handle.remove()
+    for cid, c in undo["configs"].items():
+        c._attn_implementation_internal = undo["impl"][cid]
+        STATES.pop(cid, None)
+    for m in hf.modules():
+        m.__dict__.pop(_SITE_ATTR, None)
+    if undo["saved"] is _MISSING:
+        hf.config.__dict__.pop(CONFIG_KEY, None)
+    else:
+        hf.config.__dict__[CONFIG_KEY] = undo["saved"]
+
+
+def unpatch_model(model: Any) -> Any:
+    """Restore the exact behaviour from before `patch_model` (a no-op on an unpatched model)."""
+    hf = unwrap(model)
+    if getattr(hf, _UNDO_ATTR, None) is not None:
+        _restore(hf)
+    return model
+
+
+def is_patched(model: Any) -> bool:
+    return getattr(unwrap(model), _UNDO_ATTR, None) is not None
+
+
+def get_patch_config(model: Any) -> SparseTempScaleConfig | None:
+    undo = getattr(unwrap(model), _UNDO_ATTR, None)
+    return undo["state"].config if undo is not None else None
+
+
+@contextlib.contextmanager
+def patched(model: Any, config: SparseTempScaleConfig | dict | None = None, **settings):
+    """Temporarily patch (or re-patch with other settings); restores the previous state on exit."""
+    previous = get_patch_config(model)
+    patch_model(model, config, **settings)
+    try:
+        yield model
+    finally:
+        if previous is None:
+            unpatch_model(model)
+        else:
+            patch_model(model, previous)
