@@ -68,7 +68,7 @@ def mask_function(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, atte
     state = STATES.get(id(config))
     cfg = state.config if state is not None else None
     device = kwargs.get("device", "cpu")
-    encoder_self = state is not None and not config.is_decoder and q_length == kv_length
+    encoder_self = state is not None and not getattr(config, "is_decoder", False) and q_length == kv_length
     name = _choose_backend(cfg, state, device, kv_length) if encoder_self else (cfg.backend if cfg else "sdpa")
     if name not in ("sdpa", "eager") and not encoder_self:
         name = "sdpa"

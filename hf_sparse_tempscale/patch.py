@@ -63,12 +63,24 @@ def _segment_spec(hf: PreTrainedModel, cfg: SparseTempScaleConfig, tokenizer, ha
 
 
 def _hook_inputs(state: PatchState):
+    """Pre/post forward hooks recording each forward's inputs for the mask function.
+
+    Nested patched models (T5ForConditionalGeneration -> its encoder stack) get their own call; `segment_ids`
+    given to the outer forward carry over to the inner one of the same call (tracked by a depth counter, so a
+    later forward never sees stale segments)."""
+    depth = [0]
+
     def pre_hook(module, args, kwargs):
+        outer = state.inputs.get("segment_ids") if depth[0] > 0 and state.inputs else None
+        depth[0] += 1  # first, so that the always-called post hook stays balanced if anything below raises
         bound = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
         extra = bound.get("kwargs", {})
         segment_ids = kwargs.pop("segment_ids", None)
         if segment_ids is None and isinstance(extra, dict):
             segment_ids = extra.get("segment_ids")
+        ref = next((bound.get(k) for k in ("input_ids", "attention_mask") if bound.get(k) is not None), None)
+        if segment_ids is None and outer is not None and ref is not None and outer.shape == ref.shape:
+            segment_ids = outer
         state.inputs = {
             "input_ids": bound.get("input_ids"),
             "attention_mask": bound.get("attention_mask"),
@@ -77,7 +89,10 @@ def _hook_inputs(state: PatchState):
         }
         return args, kwargs
 
-    return pre_hook
+    def post_hook(module, args, kwargs, output):
+        depth[0] = max(0, depth[0] - 1)
+
+    return pre_hook, post_hook
 
 
 def _probe_inputs(hf: PreTrainedModel) -> dict[str, torch.Tensor]:
@@ -85,7 +100,7 @@ def _probe_inputs(hf: PreTrainedModel) -> dict[str, torch.Tensor]:
     vocab = int(getattr(hf.config, "vocab_size", 100) or 100)
     ids = torch.arange(5, device=device)[None] % vocab
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "segment_ids": torch.tensor([[0, 0, 1, 1, 1]], device=device)}
-    if hf.config.is_encoder_decoder:
+    if getattr(hf.config, "is_encoder_decoder", False):
         inputs["decoder_input_ids"] = ids[:, :3]
     return inputs
 
@@ -168,8 +183,10 @@ def patch_model(model: Any, config: SparseTempScaleConfig | dict | None = None, 
         for m in hf.modules():
             if isinstance(m, PreTrainedModel):
                 innermost[id(m.config)] = m
+        pre_hook, post_hook = _hook_inputs(state)  # one pair shared by all stacks (one depth counter)
         for m in innermost.values():
-            undo["hooks"].append(m.register_forward_pre_hook(_hook_inputs(state), with_kwargs=True))
+            undo["hooks"].append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            undo["hooks"].append(m.register_forward_hook(post_hook, with_kwargs=True, always_call=True))
         for c in configs.values():
             c._attn_implementation_internal = ATTENTION_NAME
         sites = _probe_sites(hf, state)
