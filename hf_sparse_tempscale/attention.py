@@ -28,8 +28,9 @@ class PatchState:
     config: SparseTempScaleConfig
     spec: SegmentSpec
     model: Any
-    inputs: dict[str, Any] | None = None  # set by the forward pre-hook, read by the mask function
+    inputs: dict[str, Any] | None = None  # set by the captured forward, consumed by the mask function
     sites: dict[int, "Site"] = field(default_factory=dict)
+    depth: int = 0  # nesting of captured forwards within one call
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def mask_function(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, atte
 
     groups = None
     if cfg.is_sparse:
-        inputs = state.inputs
+        inputs, state.inputs = state.inputs, None  # consumed: never reused by a later forward
         if inputs is None:
             raise RuntimeError(
                 "sparse_tempscale: the mask was requested outside a forward of the patched model; call the model "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from typing import Any
 
@@ -18,6 +19,7 @@ from .support import support_for
 CONFIG_KEY = "sparse_tempscale"  # attribute of model.config, saved in config.json
 _SITE_ATTR = "_sparse_tempscale_site"
 _UNDO_ATTR = "_sparse_tempscale_undo"
+_MISSING = object()  # "attribute was absent" marker for exact undo
 
 
 def unwrap(model: Any) -> PreTrainedModel:
@@ -62,37 +64,37 @@ def _segment_spec(hf: PreTrainedModel, cfg: SparseTempScaleConfig, tokenizer, ha
     return SegmentSpec(has_cls=has_cls, sep_token_id=sep, marker_ids=tuple(marker_ids) if marker_ids else None)
 
 
-def _hook_inputs(state: PatchState):
-    """Pre/post forward hooks recording each forward's inputs for the mask function.
+def _capture_inputs(module: torch.nn.Module, state: PatchState) -> None:
+    """Per-instance `forward` that records the inputs the mask function needs (sentence-transformers and PEFT
+    call `model.forward` directly, so forward hooks would be skipped). `segment_ids` is ours: removed here, and
+    handed on to a nested patched stack of the same call (T5ForConditionalGeneration -> its encoder)."""
+    original = module.forward
+    names = list(inspect.signature(original).parameters)
 
-    Nested patched models (T5ForConditionalGeneration -> its encoder stack) get their own call; `segment_ids`
-    given to the outer forward carry over to the inner one of the same call (tracked by a depth counter, so a
-    later forward never sees stale segments)."""
-    depth = [0]
-
-    def pre_hook(module, args, kwargs):
-        outer = state.inputs.get("segment_ids") if depth[0] > 0 and state.inputs else None
-        depth[0] += 1  # first, so that the always-called post hook stays balanced if anything below raises
-        bound = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
-        extra = bound.get("kwargs", {})
+    @functools.wraps(original)
+    def forward(*args, **kwargs):
         segment_ids = kwargs.pop("segment_ids", None)
-        if segment_ids is None and isinstance(extra, dict):
-            segment_ids = extra.get("segment_ids")
-        ref = next((bound.get(k) for k in ("input_ids", "attention_mask") if bound.get(k) is not None), None)
+        given = dict(zip(names, args))
+        given.update(kwargs)
+        ref = given.get("input_ids")
+        if ref is None:
+            ref = given.get("attention_mask")
+        outer = state.inputs.get("segment_ids") if state.depth and state.inputs else None
         if segment_ids is None and outer is not None and ref is not None and outer.shape == ref.shape:
             segment_ids = outer
         state.inputs = {
-            "input_ids": bound.get("input_ids"),
-            "attention_mask": bound.get("attention_mask"),
-            "token_type_ids": bound.get("token_type_ids"),
+            "input_ids": given.get("input_ids"),
+            "attention_mask": given.get("attention_mask"),
+            "token_type_ids": given.get("token_type_ids"),
             "segment_ids": segment_ids,
         }
-        return args, kwargs
+        state.depth += 1
+        try:
+            return original(*args, **kwargs)
+        finally:
+            state.depth -= 1
 
-    def post_hook(module, args, kwargs, output):
-        depth[0] = max(0, depth[0] - 1)
-
-    return pre_hook, post_hook
+    module.__dict__["forward"] = forward
 
 
 def _probe_inputs(hf: PreTrainedModel) -> dict[str, torch.Tensor]:
@@ -171,7 +173,7 @@ def patch_model(model: Any, config: SparseTempScaleConfig | dict | None = None, 
         "impl": {cid: c._attn_implementation_internal for cid, c in configs.items()},
         "configs": configs,
         "saved": hf.config.__dict__.get(CONFIG_KEY, _MISSING),
-        "hooks": [],
+        "forwards": {},
     }
     state = PatchState(cfg, spec, hf)
     undo["state"] = state
@@ -183,10 +185,9 @@ def patch_model(model: Any, config: SparseTempScaleConfig | dict | None = None, 
         for m in hf.modules():
             if isinstance(m, PreTrainedModel):
                 innermost[id(m.config)] = m
-        pre_hook, post_hook = _hook_inputs(state)  # one pair shared by all stacks (one depth counter)
         for m in innermost.values():
-            undo["hooks"].append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
-            undo["hooks"].append(m.register_forward_hook(post_hook, with_kwargs=True, always_call=True))
+            undo["forwards"][m] = m.__dict__.get("forward", _MISSING)
+            _capture_inputs(m, state)
         for c in configs.values():
             c._attn_implementation_internal = ATTENTION_NAME
         sites = _probe_sites(hf, state)
@@ -206,17 +207,13 @@ def patch_model(model: Any, config: SparseTempScaleConfig | dict | None = None, 
     return model
 
 
-class _Missing:
-    pass
-
-
-_MISSING = _Missing()
-
-
 def _restore(hf: PreTrainedModel) -> None:
     undo = hf.__dict__.pop(_UNDO_ATTR)
-    for handle in undo["hooks"]:
-        handle.remove()
+    for m, previous in undo["forwards"].items():
+        if previous is _MISSING:
+            m.__dict__.pop("forward", None)
+        else:
+            m.__dict__["forward"] = previous
     for cid, c in undo["configs"].items():
         c._attn_implementation_internal = undo["impl"][cid]
         STATES.pop(cid, None)
