@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-# Modules exposing `register(subparsers)`; imported lazily so `--help` stays fast.
+# Feature modules exposing `register(subparsers)`; a module that is not installed is skipped.
 _REGISTRARS = (
     "hf_sparse_tempscale.evaluation.cli",
     "hf_sparse_tempscale.training.cli",
