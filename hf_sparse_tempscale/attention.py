@@ -7,6 +7,7 @@ Data flow: patch state (config + segment spec) -> mask function (once per forwar
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +49,8 @@ class Site:
 
 
 # id(config) -> state; a model's sub-configs (T5 encoder/decoder stacks) each map to the same state.
-STATES: dict[int, PatchState] = {}
+# Weak: the model holds its state, so a dropped patched model (or copy) is not kept alive by this table.
+STATES: "weakref.WeakValueDictionary[int, PatchState]" = weakref.WeakValueDictionary()
 # While set, the attention function records (module, q_len, kv_len) of every call (the patch-time probe).
 PROBE: list | None = None
 
@@ -96,7 +98,9 @@ def mask_function(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, atte
                 "sparse_tempscale: the mask was requested outside a forward of the patched model; call the model "
                 "(or its encoder) itself rather than inner modules"
             )
-        groups = find_groups(state.spec, shape=(batch_size, kv_length), **inputs)
+        groups = find_groups(
+            state.spec, shape=(batch_size, kv_length), need_pairs=not all(cfg.flags.values()), **inputs
+        )
         if padding is None:
             padding = groups >= 0
     lengths = None

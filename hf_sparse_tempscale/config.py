@@ -80,6 +80,8 @@ class SparseTempScaleConfig:
             if isinstance(self.layers, int) or not all(isinstance(i, int) and not isinstance(i, bool) for i in self.layers):
                 raise TypeError(f"layers must be a list of ints, got {self.layers!r}")
             self.layers = sorted(set(self.layers))
+            if not self.layers:
+                raise ValueError("layers must name at least one layer index (None = all layers)")
         if isinstance(self.apply_to, str):
             self.apply_to = (self.apply_to,)
         self.apply_to = tuple(self.apply_to)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
+import types
 from typing import Any
 
 import torch
@@ -19,7 +19,19 @@ from .support import support_for
 CONFIG_KEY = "sparse_tempscale"  # attribute of model.config, saved in config.json
 _SITE_ATTR = "_sparse_tempscale_site"
 _UNDO_ATTR = "_sparse_tempscale_undo"
-_MISSING = object()  # "attribute was absent" marker for exact undo
+
+
+class _Missing:
+    """Marks an attribute that was absent before patching; a single instance, kept through deepcopy and pickle."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        return "_MISSING"
+
+
+_MISSING = _Missing()
 
 
 def unwrap(model: Any) -> PreTrainedModel:
@@ -64,17 +76,35 @@ def _segment_spec(hf: PreTrainedModel, cfg: SparseTempScaleConfig, tokenizer, ha
     return SegmentSpec(has_cls=has_cls, sep_token_id=sep, marker_ids=tuple(marker_ids) if marker_ids else None)
 
 
-def _capture_inputs(module: torch.nn.Module, state: PatchState) -> None:
-    """Per-instance `forward` that records the inputs the mask function needs (sentence-transformers and PEFT
-    call `model.forward` directly, so forward hooks would be skipped). `segment_ids` is ours: removed here, and
-    handed on to a nested patched stack of the same call (T5ForConditionalGeneration -> its encoder)."""
-    original = module.forward
-    names = list(inspect.signature(original).parameters)
+class _CapturedForward:
+    """`module.forward` while patched: records the inputs the mask function needs, then runs the real forward
+    (sentence-transformers and PEFT call `model.forward` directly, so forward hooks would be skipped).
+    `segment_ids` is ours: removed here, and handed on to a nested patched stack of the same call
+    (T5ForConditionalGeneration -> its encoder).
 
-    @functools.wraps(original)
-    def forward(*args, **kwargs):
+    A plain object holding its module and state (no closure, no `__wrapped__`), so `copy.deepcopy` and pickling
+    (multi-process encode) carry a working patch along with the model, and accelerate's forward unwrapping
+    stops here."""
+
+    def __init__(self, module: torch.nn.Module, state: PatchState, inner) -> None:
+        self.module, self.state = module, state
+        self.inner = inner  # an instance-level forward set by someone else before patching, or None
+        self.names = list(inspect.signature(self._target()).parameters)
+
+    def _target(self):
+        return self.inner if self.inner is not None else types.MethodType(type(self.module).forward, self.module)
+
+    @property
+    def __signature__(self) -> inspect.Signature:  # callers that inspect `model.forward` see the real one
+        return inspect.signature(self._target())
+
+    def __call__(self, *args, **kwargs):
+        module, state = self.module, self.state
+        if args and args[0] is module:  # re-bound as a method by a wrapper (accelerate's unwrap_model)
+            args = args[1:]
+        STATES[id(module.config)] = state  # a no-op, except on a copy: registers the copy's own config
         segment_ids = kwargs.pop("segment_ids", None)
-        given = dict(zip(names, args))
+        given = dict(zip(self.names, args))
         given.update(kwargs)
         ref = given.get("input_ids")
         if ref is None:
@@ -90,11 +120,13 @@ def _capture_inputs(module: torch.nn.Module, state: PatchState) -> None:
         }
         state.depth += 1
         try:
-            return original(*args, **kwargs)
+            return self._target()(*args, **kwargs)
         finally:
             state.depth -= 1
 
-    module.__dict__["forward"] = forward
+
+def _capture_inputs(module: torch.nn.Module, state: PatchState) -> None:
+    module.__dict__["forward"] = _CapturedForward(module, state, module.__dict__.get("forward"))
 
 
 def _probe_inputs(hf: PreTrainedModel) -> dict[str, torch.Tensor]:
@@ -216,7 +248,8 @@ def _restore(hf: PreTrainedModel) -> None:
             m.__dict__["forward"] = previous
     for cid, c in undo["configs"].items():
         c._attn_implementation_internal = undo["impl"][cid]
-        STATES.pop(cid, None)
+        if STATES.get(id(c)) is undo["state"]:  # id(c), not cid: after a deepcopy they differ
+            del STATES[id(c)]
     for m in hf.modules():
         m.__dict__.pop(_SITE_ATTR, None)
     if undo["saved"] is _MISSING:

@@ -55,9 +55,13 @@ def find_groups(
     token_type_ids: torch.Tensor | None = None,
     segment_ids: torch.Tensor | None = None,
     shape: tuple[int, int] | None = None,
+    need_pairs: bool = True,
 ) -> torch.Tensor:
     """(B, L) int8 groups. Sources, in order: `segment_ids`, non-trivial `token_type_ids`, the separator token,
-    the marker token sequence. A row without a second segment is a single text: [CLS] + document."""
+    the marker token sequence. A row without a second segment is a single text: [CLS] + document.
+
+    With no source at all, every row is a single text when `need_pairs` is False (only a window is set, e.g. a
+    T5 embedding model); otherwise the query/document split cannot be found and we raise rather than guess."""
     ref = next((t for t in (input_ids, segment_ids, token_type_ids, attention_mask) if t is not None), None)
     if ref is not None:
         shape, device = tuple(ref.shape), ref.device
@@ -75,6 +79,8 @@ def find_groups(
         second, pair = _second_from_sep(input_ids, real, spec.sep_token_id)
     elif input_ids is not None and spec.marker_ids:
         second, pair = _second_from_marker(input_ids, real, spec.marker_ids)
+    elif not need_pairs and not spec.marker_ids:
+        second, pair = real, real.any(dim=1)
     else:
         raise MissingSegmentsError(
             "this patch needs query/document segments but none can be found: pass `segment_ids` "
