@@ -44,3 +44,4 @@ def get_backend(name: str) -> AttentionBackend:
 
 # Importing a backend module registers it.
 from . import eager, sdpa  # noqa: E402,F401
+from . import banded, flex  # noqa: E402,F401  (issue 3: O(n*w) backends)
