@@ -190,7 +190,7 @@ class _Windows(torch.autograd.Function):
         batch, length, heads, dim = ctx.shape
         c, w = ctx.block, ctx.window
         n_global = global_index.shape[1]
-        grad = grad.view(batch, -1, grad.shape[1], heads, dim)
+        grad = grad.reshape(batch, -1, grad.shape[1], heads, dim)
         nb = grad.shape[1]
         lp = nb * c
         band = grad[:, :, n_global:]

@@ -39,7 +39,7 @@ def build_trainer(cfg: CrossEncoderRecipe):
     train, held = cross_encoder_data(
         cfg.data_root, train_set=cfg.train_set, source=cfg.train_source, loss=cfg.loss, label=cfg.label,
         limit=cfg.train_limit, holdout_queries=cfg.holdout_queries, holdout_limit=cfg.holdout_limit,
-        squad_questions=cfg.squad_questions, seed=cfg.seed,
+        squad_questions=cfg.squad_questions, squad_negative=cfg.squad_negative, seed=cfg.seed,
     )
     model = CrossEncoder(model_path(cfg.model), num_labels=1, max_length=cfg.max_length)
     prepare_model(model, cfg)

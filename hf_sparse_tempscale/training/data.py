@@ -49,22 +49,33 @@ def _subset(rows: list[Any], limit: int | None, seed: int) -> list[Any]:
     return random.Random(seed).sample(rows, limit)
 
 
-def squad_triples(root: str | Path | None = None, *, limit: int | None = None, seed: int = 42) -> list[dict[str, Any]]:
-    """(question, its paragraph, another paragraph of the same article) from the SQuAD training subset: thousands
-    of distinct questions with topical hard negatives, in the judged-triples format (set "squad")."""
+def squad_triples(root: str | Path | None = None, *, limit: int | None = None, negative: str = "article",
+                  seed: int = 42) -> list[dict[str, Any]]:
+    """(question, its paragraph, a negative paragraph) from the SQuAD training subset, in the judged-triples format
+    (set "squad"): thousands of distinct questions. `negative`: "article" = another paragraph of the same article
+    (topical, hard), "random" = a paragraph of another article (easy)."""
+    if negative not in ("article", "random"):
+        raise ValueError(f"negative must be article or random, got {negative!r}")
     rows = _read_jsonl(data_root(root) / "squad-v1.1-train-subset" / "train_pairs.jsonl")
-    by_article: dict[str, dict[str, str]] = {}
-    for r in rows:
-        by_article.setdefault(r["pos_title"], {})[r["pos_id"]] = r["pos_text"]
+    paragraphs = {r["pos_id"]: (r["pos_title"], r["pos_text"]) for r in rows}
+    by_article: dict[str, list[str]] = {}
+    for pid, (title, _) in sorted(paragraphs.items()):
+        by_article.setdefault(title, []).append(pid)
+    all_ids = sorted(paragraphs)
     rng = random.Random(seed)
     out = []
     for r in _subset(rows, limit, seed):
-        others = sorted(pid for pid in by_article[r["pos_title"]] if pid != r["pos_id"])
-        if not others:
+        if negative == "article":
+            pool = [pid for pid in by_article[r["pos_title"]] if pid != r["pos_id"]]
+        else:
+            pool = all_ids
+        neg_id = rng.choice(pool) if pool else None
+        while negative == "random" and paragraphs[neg_id][0] == r["pos_title"]:
+            neg_id = rng.choice(all_ids)
+        if neg_id is None:
             continue
-        neg_id = rng.choice(others)
         out.append(dict(set="squad", qid=str(r["qid"]), query=r["query"], pos_id=r["pos_id"], pos=r["pos_text"],
-                        pos_label=1, neg_id=neg_id, neg=by_article[r["pos_title"]][neg_id]))
+                        pos_label=1, neg_id=neg_id, neg=paragraphs[neg_id][1]))
     return out
 
 
@@ -79,6 +90,7 @@ def cross_encoder_data(
     holdout_queries: int = 3,
     holdout_limit: int | None = None,
     squad_questions: int = 0,
+    squad_negative: str = "article",
     seed: int = 42,
 ) -> tuple[Dataset, Dataset | None]:
     """(train, held-out) datasets. bce: columns (query, passage, label); mnrl: (query, positive, negative).
@@ -95,7 +107,7 @@ def cross_encoder_data(
     if squad_questions:
         if source != "triples":
             raise ValueError("squad_questions adds triples: use source='triples'")
-        train = train + squad_triples(root, limit=squad_questions, seed=seed)
+        train = train + squad_triples(root, limit=squad_questions, negative=squad_negative, seed=seed)
 
     def build(part: list[dict[str, Any]], for_loss: str) -> Dataset:
         if source == "triples" and for_loss == "mnrl":

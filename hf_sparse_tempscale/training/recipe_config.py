@@ -88,7 +88,8 @@ class CrossEncoderRecipe(RecipeConfig):
     train_source: str = "triples"  # triples -> (query, pos, 1) + (query, neg, 0); pairs -> graded labels
     label: str = "binary"  # pairs only: binary (grade >= 2) or graded (grade / 3)
     head_learning_rate: float | None = None  # learning rate of the fresh classification head (None: learning_rate)
-    squad_questions: int = 0  # add this many SQuAD (question, paragraph, same-article paragraph) triples
+    squad_questions: int = 0  # add this many SQuAD (question, paragraph, negative paragraph) triples
+    squad_negative: str = "article"  # SQuAD negatives: "article" (same article, hard) or "random" (other article)
     loss: str = "bce"  # bce: BinaryCrossEntropyLoss on pairs; mnrl: MultipleNegativesRankingLoss on triples
     eval_candidates: str = "trec-dl-2019-passage/candidates/BM25_top100.jsonl"  # relative to data_root
     eval_qrels: str | None = "trec-dl-2019-passage/qrels/test.tsv"  # the complete official qrels
@@ -101,6 +102,8 @@ class CrossEncoderRecipe(RecipeConfig):
             raise ValueError(f"label must be binary or graded, got {self.label!r}")
         if self.loss not in ("bce", "mnrl"):
             raise ValueError(f"loss must be bce or mnrl, got {self.loss!r}")
+        if self.squad_negative not in ("article", "random"):
+            raise ValueError(f"squad_negative must be article or random, got {self.squad_negative!r}")
         if self.squad_questions < 0:
             raise ValueError("squad_questions must be >= 0")
         if self.squad_questions and self.train_source != "triples":
