@@ -273,3 +273,29 @@ def test_cli_options_parse_and_override():
     assert cfg.resume == "out/checkpoint-10" and cfg.patch is None
     with pytest.raises(SystemExit):
         parser.parse_args(["train-embedding", "--patch", "{not json"])
+
+
+def test_squad_triples_and_head_learning_rate(tiny, tmp_path):
+    from hf_sparse_tempscale.training.cross_encoder import build_trainer
+    from hf_sparse_tempscale.training.data import cross_encoder_data, squad_triples
+
+    rows = [json.loads(line) for line in (Path(tiny["data"]) / "squad-v1.1-train-subset" / "train_pairs.jsonl").open()]
+    article = {r["pos_id"]: r["pos_title"] for r in rows}
+    hard, easy = squad_triples(tiny["data"], negative="article"), squad_triples(tiny["data"], negative="random")
+    assert len(hard) == len(easy) == len(rows)
+    assert all(article[t["neg_id"]] == article[t["pos_id"]] and t["neg_id"] != t["pos_id"] for t in hard)
+    assert all(article[t["neg_id"]] != article[t["pos_id"]] for t in easy)
+    assert [t["neg_id"] for t in easy] == [t["neg_id"] for t in squad_triples(tiny["data"], negative="random")]
+
+    train, held = cross_encoder_data(tiny["data"], squad_questions=10, holdout_queries=3, seed=42)
+    assert len(train) == 2 * (5 * 3 + 10)
+    assert not set(held["query"]) & {t["query"] for t in squad_triples(tiny["data"], limit=10, seed=42)}
+
+    cfg = _ce(tiny, tmp_path / "head", head_learning_rate=1e-2, learning_rate=1e-4, report_to=["none"])
+    trainer, model, _ = build_trainer(cfg)
+    optimizer = trainer.create_optimizer()
+    names = {id(p): n for n, p in model.named_parameters()}
+    lrs = {names[id(p)]: group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert len(lrs) == len(names)  # every trainable parameter exactly once
+    assert {n for n, lr in lrs.items() if lr == 1e-2} == {n for n in names.values() if ".classifier." in n}
+    assert all(lr == 1e-4 for n, lr in lrs.items() if ".classifier." not in n)

@@ -72,8 +72,8 @@ def tiny_data_root(root: Path, seed: int = 0) -> Path:
     for p in range(12):
         passage = _text(rng, rng.randint(5, 40))
         for k in range(2):
-            squad.append(dict(qid=f"s{p}-{k}", query=_text(rng, 3), pos_id=f"p{p}", pos_title="t", pos_text=passage,
-                              answers=["w1"]))
+            squad.append(dict(qid=f"s{p}-{k}", query=_text(rng, 3), pos_id=f"p{p}", pos_title=f"article{p % 3}",
+                              pos_text=passage, answers=["w1"]))
     _write_jsonl(root / "squad-v1.1-train-subset" / "train_pairs.jsonl", squad)
 
     sci = root / "scifact"

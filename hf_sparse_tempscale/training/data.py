@@ -62,18 +62,20 @@ def squad_triples(root: str | Path | None = None, *, limit: int | None = None, n
     for pid, (title, _) in sorted(paragraphs.items()):
         by_article.setdefault(title, []).append(pid)
     all_ids = sorted(paragraphs)
+    if negative == "random" and len(by_article) < 2:
+        raise ValueError("random SQuAD negatives need paragraphs from at least two articles")
     rng = random.Random(seed)
     out = []
     for r in _subset(rows, limit, seed):
         if negative == "article":
             pool = [pid for pid in by_article[r["pos_title"]] if pid != r["pos_id"]]
-        else:
-            pool = all_ids
-        neg_id = rng.choice(pool) if pool else None
-        while negative == "random" and paragraphs[neg_id][0] == r["pos_title"]:
+            if not pool:
+                continue
+            neg_id = rng.choice(pool)
+        else:  # rejection sampling: draw paragraphs until one comes from another article
             neg_id = rng.choice(all_ids)
-        if neg_id is None:
-            continue
+            while paragraphs[neg_id][0] == r["pos_title"]:
+                neg_id = rng.choice(all_ids)
         out.append(dict(set="squad", qid=str(r["qid"]), query=r["query"], pos_id=r["pos_id"], pos=r["pos_text"],
                         pos_label=1, neg_id=neg_id, neg=paragraphs[neg_id][1]))
     return out
