@@ -9,8 +9,6 @@ from pathlib import Path
 
 import torch
 
-torch.set_num_threads(1)
-
 DATA_ROOT = Path(os.environ.get("HF_SPARSE_TEMPSCALE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 WORDS = (  # noqa: SIM905

@@ -75,3 +75,10 @@ def test_evaluated_per_length(tmp_path):
     assert result.main_score_name == "ndcg_at_1"
     assert result.main_score == pytest.approx(sum(result.subset_scores.values()) / 2)
     assert all(0.0 <= v <= 1.0 for v in result.subset_scores.values())
+
+
+def test_too_long_for_the_model_is_a_clear_error(tmp_path):
+    model = tiny_sentence_transformer(tmp_path)  # 256 positions
+    task = synthetic_task("needle", lengths=[512], n_docs=2, tokenizer=model.tokenizer)
+    with pytest.raises(ValueError, match="needs 512 tokens but the model has only 256 positions"):
+        evaluate_tasks(model, [task], show_progress=False)

@@ -199,3 +199,33 @@ def test_real_dl19_bm25_order_reproduces_published_ndcg(tmp_path):
         BM25Lookup(), dl19 / "candidates" / "BM25_top100.jsonl", qrels_path=dl19 / "qrels" / "test.tsv", show_progress=False
     )
     assert result.main_score == pytest.approx(0.5058, abs=5e-4)
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "trec-dl-2019-passage").is_dir(), reason=f"real data not found at {DATA_ROOT}")
+def test_real_dl19_beir_plus_run_reproduces_published_ndcg():
+    """BEIR folder + the BM25 TREC run, reranked by the run's own scores, against the complete qrels: 0.5058 again."""
+    from mteb.models import ModelMeta
+
+    from hf_sparse_tempscale.evaluation.data import load_corpus, load_queries
+
+    dl19 = DATA_ROOT / "trec-dl-2019-passage"
+    corpus, queries = load_corpus(dl19 / "corpus.jsonl"), load_queries(dl19 / "queries.jsonl")
+    score = {}
+    for line in (dl19 / "runs" / "BM25_top100.trec").read_text().splitlines():
+        qid, _, doc, _, s, _ = line.split()
+        score[queries[qid].strip(), corpus[doc]["text"].strip()] = float(s)
+
+    class RunLookup:
+        mteb_model_meta = ModelMeta.create_empty()
+
+        def predict(self, inputs1, inputs2, **kwargs):
+            qs = [t for batch in inputs1 for t in batch["text"]]
+            ds = [t for batch in inputs2 for t in batch["text"]]
+            return np.array([score[q, d] for q, d in zip(qs, ds)])
+
+    run = dl19 / "runs" / "BM25_top100.trec"
+    full = dl19 / "qrels" / "test.tsv"
+    with pytest.raises(DataFormatError, match="not in the corpus"):
+        evaluate_reranking(RunLookup(), dl19, run_path=run, qrels_path=full, show_progress=False)
+    result = evaluate_reranking(RunLookup(), dl19, run_path=run, qrels_path=full, unknown_docs="keep", show_progress=False)
+    assert result.main_score == pytest.approx(0.5058, abs=5e-4)

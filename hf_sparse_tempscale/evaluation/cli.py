@@ -108,6 +108,13 @@ def _add_task_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--run", default=None, help="TREC run file: rerank its candidates (with a BEIR folder task)")
     p.add_argument("--qrels", default=None, help="qrels file replacing the task's own judgements")
     p.add_argument("--top-k", type=int, default=None, help="rerank only the first k candidates of each query")
+    p.add_argument(
+        "--unknown-docs",
+        choices=("error", "keep", "drop"),
+        default=None,
+        help="judged documents missing from the corpus/candidates: error (BEIR default), keep as never retrieved "
+        "(candidates default, as trec_eval), or drop",
+    )
     p.add_argument("--synthetic-lengths", type=int, nargs="+", default=None, help="token lengths of synthetic tasks")
     p.add_argument("--synthetic-docs", type=int, default=50, help="documents per length of synthetic tasks")
     p.add_argument("--seed", type=int, default=0)
@@ -187,7 +194,16 @@ def _resolve_tasks(args: argparse.Namespace, model: Any) -> list[Any]:
                 kw["lengths"] = args.synthetic_lengths
             tasks.append(resolve_task(spec, **kw))
         else:
-            tasks.append(resolve_task(spec, split=args.split, run_path=args.run, qrels_path=args.qrels, top_k=args.top_k))
+            tasks.append(
+                resolve_task(
+                    spec,
+                    split=args.split,
+                    run_path=args.run,
+                    qrels_path=args.qrels,
+                    top_k=args.top_k,
+                    unknown_docs=args.unknown_docs,
+                )
+            )
     return tasks
 
 

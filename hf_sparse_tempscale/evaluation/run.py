@@ -75,6 +75,20 @@ def max_length(model: Any, length: int | None) -> Iterator[None]:
         setattr(model, attr, old)
 
 
+def _check_length(model: Any, length: int | None, task_name: str) -> None:
+    """Fail clearly (not with an index error deep in the embeddings) when a model cannot read `length` tokens."""
+    if length is None:
+        return
+    from .synthetic import model_max_positions
+
+    try:
+        limit = model_max_positions(model)
+    except TypeError:  # not a transformers-based model: nothing to check
+        return
+    if limit is not None and length > limit:
+        raise ValueError(f"{task_name} needs {length} tokens but the model has only {limit} positions; use shorter lengths")
+
+
 def model_kind(path_or_id: str) -> str:
     """ "cross" for a cross-encoder checkpoint folder, else "bi" (hub ids default to "bi": pass kind= to override)."""
     folder = Path(path_or_id)
@@ -154,6 +168,7 @@ def evaluate_tasks(
     for task in resolved:
         # synthetic long-context tasks carry the length their needles need (`max_length`); others use the model's own
         length = max_seq_length if max_seq_length is not None else getattr(task, "max_length", None)
+        _check_length(model, length, task.metadata.name)
         with max_length(model, length):
             if not task.data_loaded:
                 task.load_data()  # loaded once, kept for later calls (compare / tune reuse the task)
@@ -184,13 +199,14 @@ def evaluate_retrieval(
     *,
     split: str = "test",
     qrels_path: str | Path | None = None,
+    unknown_docs: str = "error",
     output_folder: str | Path | None = None,
     batch_size: int = 32,
     max_seq_length: int | None = None,
     show_progress: bool = True,
 ) -> EvalResult:
     """Dense retrieval with an embedding model: a BEIR folder (`split` picks qrels/<split>.tsv), an mteb task or a task name."""
-    task = resolve_task(task_or_path, split=split, qrels_path=qrels_path)
+    task = resolve_task(task_or_path, split=split, qrels_path=qrels_path, unknown_docs=unknown_docs)
     return evaluate_tasks(
         model,
         [task],
@@ -208,6 +224,7 @@ def evaluate_reranking(
     run_path: str | Path | None = None,
     qrels_path: str | Path | None = None,
     top_k: int | None = None,
+    unknown_docs: str | None = None,
     split: str = "test",
     output_folder: str | Path | None = None,
     batch_size: int = 32,
@@ -218,14 +235,18 @@ def evaluate_reranking(
 
     `candidates_or_task`: a candidates jsonl (`trec-dl-2019-passage/candidates/BM25_top100.jsonl`), a BEIR folder
     together with `run_path` (a TREC run), or an mteb task. `qrels_path` replaces the candidates' labels (e.g. the
-    complete official qrels); `top_k` reranks only each list's first k.
+    complete official qrels); `top_k` reranks only each list's first k. `unknown_docs`: judged documents without text
+    count as never retrieved ("keep", default for candidates files), are ignored ("drop") or raise ("error", default
+    for BEIR folders).
     """
     from .tasks import reranking_task
 
     if isinstance(candidates_or_task, AbsTask):
         task = candidates_or_task
     elif Path(candidates_or_task).exists():
-        task = reranking_task(candidates_or_task, run_path=run_path, qrels_path=qrels_path, top_k=top_k, split=split)
+        task = reranking_task(
+            candidates_or_task, run_path=run_path, qrels_path=qrels_path, top_k=top_k, split=split, unknown_docs=unknown_docs
+        )
     else:
         task = resolve_task(candidates_or_task, split=split)
     return evaluate_tasks(

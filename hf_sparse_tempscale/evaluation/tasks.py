@@ -243,12 +243,14 @@ def resolve_task(
     run_path: str | Path | None = None,
     qrels_path: str | Path | None = None,
     top_k: int | None = None,
+    unknown_docs: str | None = None,
     **synthetic_kwargs: Any,
 ) -> AbsTask:
     """Turn a task spec into an mteb task.
 
     - an `AbsTask` is returned as is;
     - a BEIR folder -> retrieval (or reranking with `run_path`);
+      `unknown_docs` (error | keep | drop) says what to do with judged documents missing from the corpus / lists;
     - a `.jsonl` of candidate lists -> reranking; a `.jsonl` of STS pairs -> STS;
     - `synthetic:passkey` / `synthetic:needle` -> the generated long-context tasks (kwargs go to `synthetic_task`);
     - anything else is looked up as a registered MTEB task name (its data then comes from the hub).
@@ -263,8 +265,10 @@ def resolve_task(
     path = Path(text).expanduser()
     if path.is_dir():
         if run_path is not None:
-            return reranking_task(path, run_path=run_path, qrels_path=qrels_path, split=split or "test", top_k=top_k)
-        return retrieval_task(path, split or "test", qrels_path=qrels_path)
+            return reranking_task(
+                path, run_path=run_path, qrels_path=qrels_path, split=split or "test", top_k=top_k, unknown_docs=unknown_docs
+            )
+        return retrieval_task(path, split or "test", qrels_path=qrels_path, unknown_docs=unknown_docs or "error")
     if path.is_file():
         if path.suffix != ".jsonl":
             raise DataFormatError(
@@ -272,7 +276,7 @@ def resolve_task(
             )
         first = _peek_jsonl(path)
         if "candidates" in first:
-            return reranking_task(path, qrels_path=qrels_path, split=split or "test", top_k=top_k)
+            return reranking_task(path, qrels_path=qrels_path, split=split or "test", top_k=top_k, unknown_docs=unknown_docs)
         if "sentence1" in first and "sentence2" in first:
             return sts_task(path, split=split or "test")
         raise DataFormatError(
