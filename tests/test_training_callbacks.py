@@ -303,7 +303,11 @@ def test_resumed_schedule_continues(tmp_path):
 
 
 def test_sentence_transformer_and_cross_encoder_trainers(tmp_path):
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -331,7 +335,8 @@ def test_sentence_transformer_and_cross_encoder_trainers(tmp_path):
 
     ce = CrossEncoder(tiny_checkpoint(tmp_path / "ce"), num_labels=1)
     patch_model(ce, window=8, pattern="independent_query")
-    pairs = Dataset.from_dict({"query": _texts(12, 9, 1, 4), "passage": texts, "label": [float(i % 2) for i in range(12)]})
+    labels = [float(i % 2) for i in range(12)]
+    pairs = Dataset.from_dict({"query": _texts(12, 9, 1, 4), "passage": texts, "label": labels})
     ce_trainer = CrossEncoderTrainer(
         model=ce, args=CrossEncoderTrainingArguments(output_dir=str(tmp_path / "o2"), **common),
         train_dataset=pairs, eval_dataset=pairs.select(range(4)), loss=BinaryCrossEntropyLoss(ce),

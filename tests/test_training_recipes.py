@@ -44,7 +44,8 @@ def test_cross_encoder_recipe_end_to_end(tiny, tmp_path):
     from hf_sparse_tempscale.training.cross_encoder import run_cross_encoder
 
     out = tmp_path / "ce"
-    cfg = _ce(tiny, out, patch={"window": 2, "pattern": "independent_query"}, window_curriculum={"start": 8, "end_fraction": 1.0},
+    cfg = _ce(tiny, out, patch={"window": 2, "pattern": "independent_query"},
+              window_curriculum={"start": 8, "end_fraction": 1.0},
               temperature_schedule={"start": 1.0, "end": 0.9}, hub_folder=str(tmp_path / "hub"))
     results = run_cross_encoder(cfg)
 

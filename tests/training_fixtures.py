@@ -11,7 +11,8 @@ import transformers as tf
 
 from conftest import WORDS, bert_tokenizer
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=128)
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=128)
 
 
 def tiny_checkpoint(folder: Path, head: str = "classifier", seed: int = 0) -> str:

@@ -181,7 +181,10 @@ class TemperatureScheduleCallback(_ScheduleCallback):
             raise ValueError("start and end must both be numbers or lists of the same length")
         for t in (list(start) + list(end)) if as_list else (start, end):
             SparseTempScaleConfig(temperature=t)  # same validation as the patch (finite, > 0)
-        self.start, self.end = (list(map(float, start)), list(map(float, end))) if as_list else (float(start), float(end))
+        if as_list:
+            self.start, self.end = [float(t) for t in start], [float(t) for t in end]
+        else:
+            self.start, self.end = float(start), float(end)
 
     def value_at(self, progress: float, model: Any = None):
         if isinstance(self.start, list):
@@ -369,7 +372,8 @@ class EmbeddingCollapseCallback(_ProbeCallback):
         return torch.cat(out)
 
     def compute(self, model: Any, tokenizer) -> dict[str, float]:
-        lengths = torch.tensor([len(ids) for ids in tokenizer(self.probe, truncation=True, max_length=self.max_length)["input_ids"]])
+        ids = tokenizer(self.probe, truncation=True, max_length=self.max_length)["input_ids"]
+        lengths = torch.tensor([len(x) for x in ids])
         threshold = self.length_threshold if self.length_threshold is not None else float(lengths.float().median())
         short, long = lengths <= threshold, lengths > threshold
         if short.sum() < 2 or long.sum() < 2:

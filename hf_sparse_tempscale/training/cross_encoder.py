@@ -76,7 +76,8 @@ def evaluate_dl19(model, cfg: CrossEncoderRecipe, output_folder: Path):
 
 
 def run_cross_encoder(cfg: CrossEncoderRecipe) -> dict[str, Any]:
-    """Train, evaluate on DL19 (nDCG@10 via mteb/pytrec_eval), save `<output_dir>/final` and results.json; push if asked."""
+    """Train, evaluate on DL19 (nDCG@10 via mteb / pytrec_eval), save `<output_dir>/final` and results.json, and push
+    to the hub if asked."""
     trainer, model, train = build_trainer(cfg)
     start = time.time()
     checkpoint = resume_checkpoint(cfg)

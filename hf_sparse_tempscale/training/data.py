@@ -142,7 +142,8 @@ def _squad_pairs(root: Path) -> list[tuple[str, str, str]]:
 def _scifact_train_pairs(root: Path) -> list[tuple[str, str, str]]:
     """(abstract id, claim, title + abstract) for the train qrels"""
     folder = root / "scifact"
-    corpus = {str(r["_id"]): (r.get("title", "") + " " + r["text"]).strip() for r in _read_jsonl(folder / "corpus.jsonl")}
+    corpus = {str(r["_id"]): (r.get("title", "") + " " + r["text"]).strip()
+              for r in _read_jsonl(folder / "corpus.jsonl")}
     queries = {str(r["_id"]): r["text"] for r in _read_jsonl(folder / "queries.jsonl")}
     qrels_path = folder / "qrels" / "train.tsv"
     if not qrels_path.is_file():

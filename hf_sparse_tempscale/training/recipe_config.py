@@ -132,7 +132,7 @@ class EmbeddingRecipe(RecipeConfig):
             self.train_sources = [self.train_sources]
         bad = [s for s in self.train_sources if s not in ("squad", "scifact")]
         if bad or not self.train_sources:
-            raise ValueError(f"train_sources must be a non-empty subset of ['squad', 'scifact'], got {self.train_sources}")
+            raise ValueError(f"train_sources must be a non-empty subset of [squad, scifact], got {self.train_sources}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -64,7 +64,8 @@ def build_callbacks(cfg: RecipeConfig, pairs: list | None, texts: list[str] | No
 
 def _no_accelerator() -> bool:
     xpu = getattr(torch, "xpu", None)
-    return not (torch.cuda.is_available() or torch.backends.mps.is_available() or (xpu is not None and xpu.is_available()))
+    has_xpu = xpu is not None and xpu.is_available()
+    return not (torch.cuda.is_available() or torch.backends.mps.is_available() or has_xpu)
 
 
 def training_arguments(cfg: RecipeConfig, args_cls, has_eval: bool, **extra):
