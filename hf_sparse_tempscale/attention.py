@@ -143,18 +143,25 @@ def attention_function(module, query, key, value, attention_mask, scaling=None, 
 
     cfg = site.state.config
     tau = cfg.layer_temperature(site.layer)
+    bias_scale = None  # 1/tau for the position bias: a number, or (B, 1, 1, 1) with length-adaptive tau
     if cfg.length_adaptive is not None and site.role == "encoder" and prepared.lengths is not None:
-        inv = (1.0 / adaptive_temperature(prepared.lengths, tau, cfg.length_adaptive)).to(query.dtype)[:, None, None, None]
-        query = query * inv
-        if position_bias is not None and cfg.scale_position_bias:
-            position_bias = position_bias * inv
+        bias_scale = (1.0 / adaptive_temperature(prepared.lengths, tau, cfg.length_adaptive)).to(query.dtype)
+        bias_scale = bias_scale[:, None, None, None]
+        query = query * bias_scale
     elif tau != 1.0:
         scaling = scaling / tau
-        if position_bias is not None and cfg.scale_position_bias:
+        bias_scale = 1.0 / tau
+    extra = {}
+    if position_bias is not None and cfg.scale_position_bias and bias_scale is not None:
+        if getattr(backend, "takes_bias_scale", False):
+            extra["bias_scale"] = bias_scale  # the backend scales only the entries it reads
+        elif isinstance(bias_scale, torch.Tensor):
+            position_bias = position_bias * bias_scale
+        else:
             position_bias = position_bias / tau
     return backend.attend(
         module, query, key, value, mask, scaling=scaling, dropout=dropout, position_bias=position_bias,
-        need_weights=backend.name == "eager",
+        need_weights=backend.name == "eager", **extra,
     )
 
 

@@ -339,6 +339,36 @@ def test_patched_models_match_sdpa(case, padding_side, monkeypatch):
     assert used  # the banded kernel ran (not only the dense fallback)
 
 
+@pytest.mark.parametrize("temperature", [[0.7, 1.3], "adaptive"])
+def test_t5_bias_scale_per_layer_and_per_example(temperature, monkeypatch):
+    """The banded backend scales only the bias entries it gathers (1/tau per layer, or per example with a
+    length-adaptive tau): outputs and gradients (the relative-bias table included) equal backend='sdpa'."""
+    model, tok = tiny("t5-encoder", dropout_rate=0.0)
+    enc = long_batch(tok, padding_side="left", marker="document :")
+    real = enc["attention_mask"].float()
+    kwargs = {k: enc[k] for k in ("input_ids", "attention_mask")}
+    settings = dict(window=2, pattern="independent_query", segments={"marker": "document :"}, tokenizer=tok)
+    if temperature == "adaptive":
+        settings.update(temperature=1.0, length_adaptive={"short_length": 8, "long_length": 128, "long_temperature": 0.6})
+    else:
+        settings.update(temperature=temperature)
+    scales = []
+    original = bd.banded_attention
+    monkeypatch.setattr(bd, "banded_attention", lambda *a, **kw: scales.append(kw["bias_scale"]) or original(*a, **kw))
+    model.train()
+    patch_model(model, backend="sdpa", **settings)
+    ref_out, ref_grads = model_grads(model, kwargs, real)
+    patch_model(model, backend="banded", **settings)
+    out, grads = model_grads(model, kwargs, real)
+    assert scales and all(s is not None for s in scales)
+    if temperature == "adaptive":  # one scale per example, differing with the example's length
+        assert scales[0].shape == (3, 1, 1, 1) and scales[0].flatten().unique().numel() > 1
+    assert (out - ref_out)[real.bool()].abs().max() < 2e-5
+    assert grads.keys() == ref_grads.keys() and any("relative_attention_bias" in n for n in grads)
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-4, rtol=1e-3, msg=name)
+
+
 def test_non_sparse_patch_uses_padding_only():
     """TempScale alone with backend='banded'/'flex' equals backend='sdpa' (no groups: padding mask only)."""
     model, tok = tiny("bert")

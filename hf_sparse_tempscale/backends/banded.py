@@ -352,13 +352,18 @@ def release_workspace() -> None:
     _WORKSPACES.clear()
 
 
-def _band_bias(mask: BandedMask, dtype, position_bias: torch.Tensor | None, batch: int, heads: int) -> torch.Tensor:
-    """(B, 1 or H, blocks, c, slots) additive mask (+ the gathered T5 position bias)."""
+def _scaled(bias: torch.Tensor, bias_scale) -> torch.Tensor:
+    return bias if bias_scale is None else bias * bias_scale
+
+
+def _band_bias(mask: BandedMask, dtype, position_bias: torch.Tensor | None, batch: int, heads: int,
+               bias_scale=None) -> torch.Tensor:
+    """(B, 1 or H, blocks, c, slots) additive mask (+ the gathered T5 position bias, times bias_scale)."""
     slots = mask.n_global + mask.block + 2 * mask.window
     blocks = mask.n_blocks + mask.n_extra
     bias = mask.additive("band_allowed", dtype)[:, None]  # (B, 1, blocks, c, slots)
     if position_bias is not None:
-        pb = _gather_bias(position_bias, mask.key_index)  # (B, H, rows, slots)
+        pb = _scaled(_gather_bias(position_bias, mask.key_index), bias_scale)  # (B, H, rows, slots)
         bias = bias + pb.view(batch, heads, blocks, mask.block, slots)
     return bias
 
@@ -381,14 +386,16 @@ def _flash_band(query, key, value, mask: BandedMask, bias, scaling, dropout) -> 
 
 
 def banded_attention(query, key, value, mask: BandedMask, *, scaling: float, dropout: float = 0.0,
-                     position_bias: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, H, L, D) inputs -> (B, L, H, D) output of the windowed rule (mask.mode == "band")."""
+                     position_bias: torch.Tensor | None = None, bias_scale=None) -> torch.Tensor:
+    """(B, H, L, D) inputs -> (B, L, H, D) output of the windowed rule (mask.mode == "band"). `bias_scale` (a number
+    or a (B, 1, 1, 1) tensor) multiplies only the gathered entries of position_bias (TempScale's 1/tau), so the dense
+    (1, H, L, L) bias is never rewritten."""
     batch, heads, length, dim = query.shape
     if key.shape[1] != heads:  # grouped-query attention
         rep = heads // key.shape[1]
         key, value = key.repeat_interleave(rep, dim=1), value.repeat_interleave(rep, dim=1)
     n_global = mask.n_global
-    bias = _band_bias(mask, query.dtype, position_bias, batch, heads)
+    bias = _band_bias(mask, query.dtype, position_bias, batch, heads, bias_scale)
     if mask.kernel == "small":
         grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value, bias))
         workspace = None if grad else _workspace(query)
@@ -403,7 +410,7 @@ def banded_attention(query, key, value, mask: BandedMask, *, scaling: float, dro
         g_bias = mask.additive("global_allowed", query.dtype)[:, None]  # (B, 1, G, L)
         if position_bias is not None:
             rows = mask.global_index[:, :, None] * length + torch.arange(length, device=query.device)
-            g_bias = g_bias + _gather_bias(position_bias, rows)
+            g_bias = g_bias + _scaled(_gather_bias(position_bias, rows), bias_scale)
         out_g = F.scaled_dot_product_attention(q_g, key, value, attn_mask=g_bias, dropout_p=dropout, scale=scaling)
         out_g = out_g.transpose(1, 2) * mask.global_valid[:, :, None, None].to(out_g.dtype)
         # the band pass computed placeholders for the global rows: replace them (in place unless autograd records:
@@ -418,20 +425,24 @@ def banded_attention(query, key, value, mask: BandedMask, *, scaling: float, dro
 
 class BandedBackend:
     name = "banded"
+    takes_bias_scale = True  # scales the few bias entries it gathers instead of the whole (1, H, L, L) tensor
 
     def build_mask(self, *, groups, flags, window, padding, batch_size, q_length, kv_length, device):
         if q_length != kv_length:
             raise ValueError("backend='banded' handles encoder self-attention only (q_length == kv_length)")
         return build_banded_mask(groups, flags, window, padding, kv_length)
 
-    def attend(self, module, query, key, value, mask: BandedMask, *, scaling, dropout, position_bias, need_weights):
+    def attend(self, module, query, key, value, mask: BandedMask, *, scaling, dropout, position_bias, need_weights,
+               bias_scale=None):
         if mask.mode == "dense" or need_weights:
             reference = get_backend("eager" if need_weights else "sdpa")
             return reference.attend(
                 module, query, key, value, mask.dense, scaling=scaling, dropout=dropout,
-                position_bias=position_bias, need_weights=need_weights,
+                position_bias=None if position_bias is None else _scaled(position_bias, bias_scale),
+                need_weights=need_weights,
             )
-        out = banded_attention(query, key, value, mask, scaling=scaling, dropout=dropout, position_bias=position_bias)
+        out = banded_attention(query, key, value, mask, scaling=scaling, dropout=dropout, position_bias=position_bias,
+                               bias_scale=bias_scale)
         return out, None
 
 
