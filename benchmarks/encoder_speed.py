@@ -36,6 +36,8 @@ def main() -> None:
     p.add_argument("--backends", nargs="+", default=["sdpa", "banded", "flex"])
     p.add_argument("--temperature", type=float, default=0.9)
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--freeze-position-bias", action="store_true",
+                   help="T5: no gradient for the relative-bias table (isolates its dense backward; own result file)")
     args = p.parse_args()
     setup(args)
     if args.quick:
@@ -45,6 +47,10 @@ def main() -> None:
     rows = []
     for kind in args.model:
         stock = build(kind, args.layers, max(args.lengths)).to(device)
+        if args.freeze_position_bias:  # copies below inherit it
+            for name, param in stock.named_parameters():
+                if "relative_attention_bias" in name:
+                    param.requires_grad_(False)
         free = attention_free_copy(stock)
         patched = patch_model(copy.deepcopy(stock), temperature=args.temperature)  # re-patched per variant
         for length in args.lengths:
@@ -128,7 +134,10 @@ def main() -> None:
         "peak MiB: tensors allocated inside one call (activations, saved tensors, gradients), weights excluded; "
         "flex on CPU is n/a (compiled kernels allocate outside the tracker)",
     ]
-    write("encoder_speed" + ("_" + "_".join(args.model) if args.model != ["bert", "t5"] else ""), args, rows, columns, notes)
+    if args.freeze_position_bias:
+        notes.append("relative-bias table frozen (requires_grad=False) in every variant")
+    name = "encoder_speed" + ("_" + "_".join(args.model) if args.model != ["bert", "t5"] else "")
+    write(name + ("_frozen_bias" if args.freeze_position_bias else ""), args, rows, columns, notes)
 
 
 if __name__ == "__main__":
