@@ -157,7 +157,7 @@ def attention_function(module, query, key, value, attention_mask, scaling=None, 
             extra["bias_scale"] = bias_scale  # the backend scales only the entries it reads
         elif isinstance(bias_scale, torch.Tensor):
             position_bias = position_bias * bias_scale
-        else:
+        else:  # divide, as before this backend option existed: the sdpa/eager reference keeps its exact values
             position_bias = position_bias / tau
     return backend.attend(
         module, query, key, value, mask, scaling=scaling, dropout=dropout, position_bias=position_bias,

@@ -16,6 +16,15 @@ WORDS = [f"w{i}" for i in range(40)] + ["document", ":", "query", "relevant"]
 DATA_ROOT = Path(os.environ.get("HF_SPARSE_TEMPSCALE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny ops on a shared 2-core machine: one thread is ~50x faster than two contending ones."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _word_level(special: list[str], single: str, pair: str, unk: str) -> Tokenizer:
     vocab = {tok: i for i, tok in enumerate(special + WORDS)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))

@@ -23,13 +23,7 @@ WINDOWS = list(range(9)) + [12, 40]  # 0..8 use the small (matmul) banded kernel
 FLAG_SETS = dict(PATTERNS, odd=dict(PATTERNS["full"], doc_query=False, cls_query=False, query_cls=False))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops on a shared 2-core machine: one thread is ~50x faster than two contending ones."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Module:  # the attributes transformers' sdpa path reads from an attention module

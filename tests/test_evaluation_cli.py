@@ -8,10 +8,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from evaluation_fixtures import random_text, tiny_bert_dir, write_beir, write_candidates, write_sts
-except ImportError:
-    from tests.evaluation_fixtures import random_text, tiny_bert_dir, write_beir, write_candidates, write_sts
+from evaluation_fixtures import random_text, tiny_bert_dir, write_beir, write_candidates, write_sts
 
 from hf_sparse_tempscale.cli import main
 from hf_sparse_tempscale.evaluation.cli import parse_length_adaptive, parse_setting

@@ -6,10 +6,7 @@ import json
 
 import pytest
 
-try:
-    from evaluation_fixtures import DATA_ROOT, write_beir, write_candidates, write_run
-except ImportError:  # tests/ as a package
-    from tests.evaluation_fixtures import DATA_ROOT, write_beir, write_candidates, write_run
+from evaluation_fixtures import DATA_ROOT, write_beir, write_candidates, write_run
 
 from hf_sparse_tempscale.evaluation.data import (
     DataFormatError,

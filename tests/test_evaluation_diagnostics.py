@@ -7,10 +7,7 @@ import random
 import numpy as np
 import pytest
 
-try:
-    from evaluation_fixtures import random_text, tiny_sentence_transformer
-except ImportError:
-    from tests.evaluation_fixtures import random_text, tiny_sentence_transformer
+from evaluation_fixtures import random_text, tiny_sentence_transformer
 
 from hf_sparse_tempscale import is_patched, patched
 from hf_sparse_tempscale.evaluation.diagnostics import embedding_stats, length_collapse

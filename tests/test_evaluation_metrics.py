@@ -9,10 +9,7 @@ import random
 import numpy as np
 import pytest
 
-try:
-    from evaluation_fixtures import DATA_ROOT
-except ImportError:
-    from tests.evaluation_fixtures import DATA_ROOT
+from evaluation_fixtures import DATA_ROOT
 
 from hf_sparse_tempscale.evaluation import metrics as metrics_module
 from hf_sparse_tempscale.evaluation.metrics import compute_ranking_metrics, load_ranking_metric, ranking_compute_metrics

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-try:
-    from evaluation_fixtures import tiny_sentence_transformer
-except ImportError:
-    from tests.evaluation_fixtures import tiny_sentence_transformer
+from evaluation_fixtures import tiny_sentence_transformer
 
 from hf_sparse_tempscale.evaluation.run import evaluate_tasks
 from hf_sparse_tempscale.evaluation.synthetic import default_lengths, model_max_positions, synthetic_data, synthetic_task

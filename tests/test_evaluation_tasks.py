@@ -7,26 +7,15 @@ import json
 import numpy as np
 import pytest
 
-try:
-    from evaluation_fixtures import (
-        DATA_ROOT,
-        tiny_cross_encoder,
-        tiny_sentence_transformer,
-        write_beir,
-        write_candidates,
-        write_run,
-        write_sts,
-    )
-except ImportError:
-    from tests.evaluation_fixtures import (
-        DATA_ROOT,
-        tiny_cross_encoder,
-        tiny_sentence_transformer,
-        write_beir,
-        write_candidates,
-        write_run,
-        write_sts,
-    )
+from evaluation_fixtures import (
+    DATA_ROOT,
+    tiny_cross_encoder,
+    tiny_sentence_transformer,
+    write_beir,
+    write_candidates,
+    write_run,
+    write_sts,
+)
 
 from hf_sparse_tempscale.evaluation.data import DataFormatError, load_beir, load_candidates
 from hf_sparse_tempscale.evaluation.metrics import compute_ranking_metrics

@@ -6,10 +6,7 @@ import json
 
 import pytest
 
-try:
-    from evaluation_fixtures import tiny_sentence_transformer, write_beir, write_sts
-except ImportError:
-    from tests.evaluation_fixtures import tiny_sentence_transformer, write_beir, write_sts
+from evaluation_fixtures import tiny_sentence_transformer, write_beir, write_sts
 
 from hf_sparse_tempscale import get_patch_config, is_patched, load_sentence_transformer, patch_model, patched, unpatch_model
 from hf_sparse_tempscale.evaluation.data import load_beir

@@ -11,12 +11,7 @@ from hf_sparse_tempscale import patch_model
 from hf_sparse_tempscale.long_documents import extend_position_embeddings, extended_table, maxp_rank, maxp_scores
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def text(n: int, seed: int = 0) -> str:

@@ -11,12 +11,7 @@ from hf_sparse_tempscale import patch_model, unpatch_model
 from hf_sparse_tempscale.query_sharing import check_shareable, rank_shared, rerank_shared
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def text(n: int, seed: int) -> str:
